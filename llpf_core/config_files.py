@@ -27,11 +27,15 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
         elif suffix == ".toml":
             content = tomllib.loads(text)
         else:
-            raise ValueError(f"{str(path)!r}: unknown file type {suffix!r}; use .yaml, .yml or .toml")
+            raise ValueError(
+                f"{str(path)!r}: unknown file type {suffix!r}; use .yaml, .yml or .toml"
+            )
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as error:
         raise ValueError(f"{str(path)!r} is not valid {suffix[1:].upper()}: {error}") from error
     if content is None:
         return {}
     if not isinstance(content, dict):
-        raise ValueError(f"{str(path)!r} must hold a mapping of settings, not {type(content).__name__}")
+        raise ValueError(
+            f"{str(path)!r} must hold a mapping of settings, not {type(content).__name__}"
+        )
     return content

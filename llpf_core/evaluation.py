@@ -75,6 +75,6 @@ def recalibrate_norm_statistics(
     for index in range(batches):
         start = (index * batch_size) % max(count - batch_size + 1, 1)
         model(data.normalize(data.train_x[start : start + batch_size]))
-    for module, momentum in zip(norms, momenta):
+    for module, momentum in zip(norms, momenta, strict=False):
         module.momentum = momentum
     model.eval()

@@ -29,7 +29,9 @@ def is_scalable(tensor: Tensor) -> bool:
 
 def layer_variance(tensor: Tensor) -> Tensor:
     """Population variance of a layer's values, Alg. 1 line 21 (divides by n). 0-d tensor."""
-    return tensor.detach().float().var(unbiased=False) if tensor.numel() > 1 else tensor.new_zeros(())
+    return (
+        tensor.detach().float().var(unbiased=False) if tensor.numel() > 1 else tensor.new_zeros(())
+    )
 
 
 def layer_variances(point: Point, names: Iterable[str] | None = None) -> dict[str, Tensor]:
@@ -108,13 +110,13 @@ def angle_conformal_lr(base_lr: float, current_variance: Tensor, start_variance:
     learning rate with the variance keeps the angle of an update step roughly constant as the
     point approaches the origin. A layer whose start variance is 0 keeps the base rate.
     """
-    ratio = torch.where(
-        start_variance > 0, current_variance / start_variance.clamp_min(1e-30), 1.0
-    )
+    ratio = torch.where(start_variance > 0, current_variance / start_variance.clamp_min(1e-30), 1.0)
     return base_lr * ratio
 
 
-def projection_onto_sphere(point: Point, target_variances: Mapping[str, Tensor]) -> dict[str, Tensor]:
+def projection_onto_sphere(
+    point: Point, target_variances: Mapping[str, Tensor]
+) -> dict[str, Tensor]:
     """Radial projection of each layer onto the sphere `Var = v` (Eq. 6: centred at the origin).
 
     Returns `P_l * sqrt(v_l / Var(P_l))` per layer, a point on the ray from the origin through

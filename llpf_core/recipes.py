@@ -21,14 +21,23 @@ from llpf_core.data.registry import ImageData
 from llpf_core.errors import NonFiniteLossError
 from llpf_core.evaluation import Metrics, evaluate
 from llpf_core.settings import Recipe, ScheduleSpec
-from llpf_core.training import train_step
 
 logger = logging.getLogger(__name__)
 
 
-def _sgd(name: str, lr: float, wd: float, epochs: int, batch: int, schedule: ScheduleSpec) -> Recipe:
-    return Recipe(name=name, optimizer="sgd", lr=lr, momentum=0.9, weight_decay=wd,
-                  epochs=epochs, batch_size=batch, schedule=schedule)
+def _sgd(
+    name: str, lr: float, wd: float, epochs: int, batch: int, schedule: ScheduleSpec
+) -> Recipe:
+    return Recipe(
+        name=name,
+        optimizer="sgd",
+        lr=lr,
+        momentum=0.9,
+        weight_decay=wd,
+        epochs=epochs,
+        batch_size=batch,
+        schedule=schedule,
+    )
 
 
 def _cosine(lr: float = 0.1) -> ScheduleSpec:
@@ -41,10 +50,16 @@ def _onecycle(max_lr: float) -> ScheduleSpec:
 
 def _cct(name: str, lr: float, wd: float) -> Recipe:
     return Recipe(
-        name=name, optimizer="adamw", lr=lr, betas=(0.9, 0.999), weight_decay=wd, epochs=300,
+        name=name,
+        optimizer="adamw",
+        lr=lr,
+        betas=(0.9, 0.999),
+        weight_decay=wd,
+        epochs=300,
         batch_size=128,
-        schedule=ScheduleSpec(kind="cosine", min_lr=1e-5, warmup_lr=1e-5, warmup_epochs=10,
-                              cooldown_epochs=10),
+        schedule=ScheduleSpec(
+            kind="cosine", min_lr=1e-5, warmup_lr=1e-5, warmup_epochs=10, cooldown_epochs=10
+        ),
     )
 
 
@@ -57,8 +72,8 @@ RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in [
         _sgd("lenet5-mnist", 0.01, 0.0, 20, 64, _CONSTANT),
-        _sgd("lenet5-digits", 0.01, 0.0, 60, 64, _CONSTANT),
-        _sgd("lenet5-digits-wd", 0.01, 5e-3, 60, 64, _CONSTANT),
+        _sgd("lenet5-digits", 0.01, 0.0, 40, 64, _CONSTANT),
+        _sgd("lenet5-digits-wd", 0.01, 5e-3, 40, 64, _CONSTANT),
         _sgd("resnet18-cifar10", 0.1, 5e-4, 30, 256, _onecycle(0.1)),
         _sgd("resnet18-cifar10-long", 0.1, 5e-4, 140, 256, _onecycle(0.1)),
         _sgd("resnet18-cifar10-sphere", 0.2, 1e-4, 30, 256, _onecycle(0.2)),
@@ -66,11 +81,23 @@ RECIPES: dict[str, Recipe] = {
         _sgd("resnet18-cifar100", 0.1, 5e-4, 50, 256, _onecycle(0.1)),
         _cct("cct7-cifar10", 55e-5, 6e-2),
         _cct("cct7-cifar10-sphere", 100e-5, 1e-2),
-        _sgd("mobilenet_v2-cifar10", 0.1, 4e-5, 200, 128,
-             ScheduleSpec(kind="multistep", milestones=[100], gamma=0.1)),
+        _sgd(
+            "mobilenet_v2-cifar10",
+            0.1,
+            4e-5,
+            200,
+            128,
+            ScheduleSpec(kind="multistep", milestones=[100], gamma=0.1),
+        ),
         _sgd("regnet_x_200mf-cifar10", 0.1, 1e-4, 120, 256, _cosine()),
-        _sgd("shufflenet_v2-cifar10", 0.1, 4e-5, 300, 256,
-             ScheduleSpec(kind="multistep", milestones=[150, 225], gamma=0.1)),
+        _sgd(
+            "shufflenet_v2-cifar10",
+            0.1,
+            4e-5,
+            300,
+            256,
+            ScheduleSpec(kind="multistep", milestones=[150, 225], gamma=0.1),
+        ),
         _sgd("vgg11-cifar10", 0.1, 1e-4, 120, 256, _cosine()),
         _sgd("densenet-cifar10", 0.1, 1e-4, 120, 256, _cosine()),
         _sgd("efficientnet_b0-cifar10", 0.1, 1e-4, 120, 256, _cosine()),
@@ -112,11 +139,13 @@ def resolve_recipe(reference: str | Recipe) -> Recipe:
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
-                               weight_decay=recipe.weight_decay)
+        return torch.optim.SGD(
+            params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+        )
     optimizer_class = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
-    return optimizer_class(params, lr=recipe.lr, betas=recipe.betas,
-                           weight_decay=recipe.weight_decay)
+    return optimizer_class(
+        params, lr=recipe.lr, betas=recipe.betas, weight_decay=recipe.weight_decay
+    )
 
 
 def make_scheduler(
@@ -206,7 +235,7 @@ def train_mode(
         optimizer.step()
         scheduler.step()
         if step % progress_interval_steps == 0 or step == total_steps:
-            value = float(loss)
+            value = float(loss.detach())
             if not math.isfinite(value):
                 raise NonFiniteLossError(f"mode training step {step}", value)
             if progress is not None:
@@ -220,7 +249,9 @@ def train_mode(
     return ModeReport(
         train=train,
         test=test,
-        layer_variance={n: float(p.var(unbiased=False)) if p.numel() > 1 else 0.0 for n, p in stats.items()},
+        layer_variance={
+            n: float(p.var(unbiased=False)) if p.numel() > 1 else 0.0 for n, p in stats.items()
+        },
         layer_mean={n: float(p.mean()) for n, p in stats.items()},
         steps=total_steps,
         wall_seconds=time.perf_counter() - started,

@@ -160,3 +160,15 @@ class Recipe(Frozen):
     batch_size: int = Field(64, ge=1)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+
+
+class EvaluationSettings(Frozen):
+    """How a point of a path (or of an interpolation) is evaluated."""
+
+    batch_size: int = Field(1024, ge=1)
+    norm_recalibration_batches: int = Field(
+        20,
+        ge=0,
+        description="un-augmented training batches used to re-estimate BatchNorm statistics "
+        "before evaluating a point; 0 keeps the statistics the point carries",
+    )

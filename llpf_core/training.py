@@ -54,7 +54,9 @@ def sgd_for(params: Iterable[Any], settings: TrainRoundSettings) -> torch.optim.
     )
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: tuple[Tensor, Tensor]) -> Tensor:
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, batch: tuple[Tensor, Tensor]
+) -> Tensor:
     """One optimisation step on `batch`; returns the batch's mean cross-entropy (0-d tensor)."""
     images, labels = batch
     loss = F.cross_entropy(model(images), labels)

@@ -14,7 +14,16 @@ from llpf_core.data.registry import (
     DatasetSpec,
     ImageData,
     dataset_names,
+    dataset_spec,
     load_dataset,
 )
 
-__all__ = ["DATASETS", "DatasetError", "DatasetSpec", "ImageData", "dataset_names", "load_dataset"]
+__all__ = [
+    "DATASETS",
+    "DatasetError",
+    "DatasetSpec",
+    "ImageData",
+    "dataset_names",
+    "dataset_spec",
+    "load_dataset",
+]

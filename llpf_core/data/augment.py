@@ -23,7 +23,9 @@ def random_crop(images: Tensor, padding: int, generator: torch.Generator) -> Ten
     padded = F.pad(images, (padding, padding, padding, padding))
     dy = torch.randint(0, 2 * padding + 1, (batch,), generator=generator, device=images.device)
     dx = torch.randint(0, 2 * padding + 1, (batch,), generator=generator, device=images.device)
-    rows = (dy.view(batch, 1) + torch.arange(height, device=images.device)).view(batch, 1, height, 1)
+    rows = (dy.view(batch, 1) + torch.arange(height, device=images.device)).view(
+        batch, 1, height, 1
+    )
     cols = (dx.view(batch, 1) + torch.arange(width, device=images.device)).view(batch, 1, 1, width)
     channels = images.shape[1]
     rows = rows.expand(batch, channels, height, width + 2 * padding)
@@ -40,7 +42,7 @@ def random_horizontal_flip(images: Tensor, generator: torch.Generator, p: float 
 def random_rotation(images: Tensor, degrees: float, generator: torch.Generator) -> Tensor:
     """Rotate each image by a uniform angle in [-degrees, degrees] about its centre."""
     batch = images.shape[0]
-    angle = (torch.rand(batch, generator=generator, device=images.device) * 2 - 1)
+    angle = torch.rand(batch, generator=generator, device=images.device) * 2 - 1
     angle = angle * math.radians(degrees)
     cos, sin = torch.cos(angle), torch.sin(angle)
     zero = torch.zeros_like(cos)
@@ -73,5 +75,7 @@ AUGMENTATIONS: dict[str, Augmentation] = {
 def get_augmentation(name: str) -> Augmentation:
     """The pipeline called `name`; raises ValueError naming the valid ones."""
     if name not in AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation {name!r}; valid: {', '.join(sorted(AUGMENTATIONS))}")
+        raise ValueError(
+            f"unknown augmentation {name!r}; valid: {', '.join(sorted(AUGMENTATIONS))}"
+        )
     return AUGMENTATIONS[name]

@@ -20,7 +20,9 @@ SPLIT_SEED = 0  # fixed: every experiment on "digits" sees the same split
 MEAN, STD = (0.3056,), (0.3247,)  # of the resized training images of the fixed split
 
 
-def load_digits_28(_data_dir: Path | None = None, _download: bool = False, _seed: int = 0) -> ImageData:
+def load_digits_28(
+    _data_dir: Path | None = None, _download: bool = False, _seed: int = 0
+) -> ImageData:
     """The digits as (N, 1, 28, 28) float32 in [0, 1], bilinearly resized, with a fixed split."""
     from sklearn.datasets import load_digits
 

@@ -90,6 +90,16 @@ def dataset_names() -> list[str]:
     return sorted(DATASETS)
 
 
+def dataset_spec(name: str) -> DatasetSpec:
+    """The registered dataset called `name`; raises DatasetError naming the valid ones."""
+    _register_builtins()
+    if name not in DATASETS:
+        raise DatasetError(
+            f"unknown dataset {name!r}; valid datasets: {', '.join(sorted(DATASETS))}"
+        )
+    return DATASETS[name]
+
+
 def load_dataset(
     name: str, data_dir: str | Path | None = None, download: bool = False, seed: int = 0
 ) -> ImageData:
@@ -99,12 +109,11 @@ def load_dataset(
     is downloaded unless `download` is set. `seed` fixes any split the loader has to make.
     Raises `DatasetError` naming the valid datasets, or what was expected where.
     """
-    _register_builtins()
-    if name not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}; valid datasets: {', '.join(sorted(DATASETS))}")
-    spec = DATASETS[name]
+    spec = dataset_spec(name)
     if spec.needs_files and data_dir is None:
-        raise DatasetError(f"dataset {name!r} is read from disk: give its directory with --data-dir")
+        raise DatasetError(
+            f"dataset {name!r} is read from disk: give its directory with --data-dir"
+        )
     path = Path(data_dir).expanduser() if data_dir is not None else None
     data = spec.loader(path, download, seed)
     logger.info(

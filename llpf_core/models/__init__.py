@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from llpf_core.models.registry import (
     ARCHITECTURES,
-    ArchSpec,
     ArchitectureError,
+    ArchSpec,
     architecture_names,
     build_model,
     get_arch,

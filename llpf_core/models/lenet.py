@@ -43,9 +43,10 @@ register(
     ArchSpec(
         name="lenet5",
         factory=lenet5,
-        datasets=("mnist", "digits"),
+        datasets=("digits", "mnist"),
         recipes={"mnist": "lenet5-mnist", "digits": "lenet5-digits"},
         preset="lenet5",
         description="LeNet-5 for 28x28 grey-scale digits",
+        dataset_presets={"digits": "lenet5-digits"},
     )
 )

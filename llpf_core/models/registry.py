@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -19,7 +19,8 @@ class ArchSpec:
 
     `datasets` lists the datasets it is built for, its default first; `recipes` maps a dataset to
     the default training recipe name (Table 4); `preset` is the default path-finding preset (Table
-    2) or None for the Follow-Data-Flow schedule derived from the model itself.
+    2) or None for the Follow-Data-Flow schedule derived from the model itself;
+    `dataset_presets` overrides it per dataset.
     """
 
     name: str
@@ -28,6 +29,11 @@ class ArchSpec:
     recipes: dict[str, str]
     preset: str | None
     description: str
+    dataset_presets: dict[str, str] = field(default_factory=dict)
+
+    def preset_for(self, dataset: str) -> str | None:
+        """The default path-finding preset for `dataset` (None: derive FDF phases)."""
+        return self.dataset_presets.get(dataset, self.preset)
 
     def recipe_for(self, dataset: str) -> str:
         """The default recipe for `dataset`, falling back to the default dataset's."""
@@ -46,8 +52,17 @@ def _register_builtins() -> None:
     # Each module registers itself on import; imported here to keep start-up cheap.
     from llpf_core.models import lenet  # noqa: F401
 
-    for module in ("resnet", "vgg", "densenet", "efficientnet", "mobilenet", "regnet",
-                   "shufflenet", "dla", "cct"):
+    for module in (
+        "resnet",
+        "vgg",
+        "densenet",
+        "efficientnet",
+        "mobilenet",
+        "regnet",
+        "shufflenet",
+        "dla",
+        "cct",
+    ):
         try:
             importlib.import_module(f"llpf_core.models.{module}")
         except ModuleNotFoundError as error:

@@ -1,0 +1,234 @@
+"""What the CLI's commands do with Ray: start or join it, submit jobs, run the driver."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import uuid
+from pathlib import Path
+from typing import Any
+
+import ray
+from rich.console import Console
+
+from orchestrator import records, reports
+from orchestrator.config import ResolvedConfig, load_config, resolve
+from orchestrator.display import ProgressDisplay
+from orchestrator.pipeline import ExperimentRunner
+from orchestrator.store.db import Store
+from orchestrator.store.schema import Experiment
+from workers.progress import ProgressBoard
+
+logger = logging.getLogger(__name__)
+
+
+class SubmitError(ValueError):
+    """The experiment cannot be submitted (e.g. its resources can never be satisfied)."""
+
+
+def open_store(db_url: str) -> Store:
+    store = Store(db_url)
+    store.ensure_schema()
+    return store
+
+
+def submit(
+    config_path: Path | None,
+    overrides: dict[str, Any],
+    db_url: str,
+    artifacts: str | None,
+    address: str | None,
+    dashboard: bool,
+    console: Console,
+) -> None:
+    """Create the experiment (or find the identical one) and run it here or on a cluster."""
+    config = resolve(load_config(config_path, overrides))
+    store = open_store(db_url)
+    experiment_id, created = create_or_find(store, config, artifacts)
+    if not created:
+        status = experiment_status(store, experiment_id)
+        console.print(
+            f"experiment {experiment_id} with this configuration already exists "
+            f"(status: {status}); not submitting it again. Use `llpf resume "
+            f"{experiment_id}` to finish it or `llpf results {experiment_id}`."
+        )
+        if status in ("succeeded", "partial", "failed", "running", "cancelling"):
+            return
+    if address:
+        submit_job(store, experiment_id, db_url, address, console)
+        return
+    start_local_ray(config, dashboard)
+    try:
+        run_driver(store, experiment_id, console)
+    finally:
+        ray.shutdown()
+    reports.show_results(db_url, experiment_id, "table", console)
+
+
+def create_or_find(store: Store, config: ResolvedConfig, artifacts: str | None) -> tuple[int, bool]:
+    with store.session() as session, session.begin():
+        existing = records.find_experiment(session, config.fingerprint())
+        if existing is not None:
+            return existing.id, False
+        root = artifacts or store.artifact_root_default()
+        experiment = records.create_experiment(session, config, root)
+        session.flush()
+        logger.info(
+            "experiment %d: %d pairs of %s on %s, artifacts in %s",
+            experiment.id,
+            config.pairs,
+            config.arch,
+            config.dataset,
+            root,
+        )
+        return experiment.id, True
+
+
+def experiment_status(store: Store, experiment_id: int) -> str:
+    with store.session() as session:
+        experiment = session.get(Experiment, experiment_id)
+        if experiment is None:
+            raise ValueError(f"no experiment {experiment_id} in {store.url}")
+        return experiment.status
+
+
+def start_local_ray(config: ResolvedConfig | None, dashboard: bool = False) -> None:
+    """An embedded Ray instance with explicit resources; never attaches to another cluster."""
+    cpus = os.cpu_count() or 1
+    gpus = _local_gpus()
+    logger.info("starting an embedded Ray instance with %d CPUs and %d GPUs", cpus, gpus)
+    ray.init(
+        address="local",
+        num_cpus=cpus,
+        num_gpus=gpus,
+        include_dashboard=dashboard,
+        logging_level=logging.WARNING,
+        log_to_driver=True,
+    )
+    if config is not None:
+        check_resources(config)
+
+
+def _local_gpus() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # a broken CUDA install must not stop a CPU run
+        return 0
+
+
+def check_resources(config: ResolvedConfig) -> None:
+    """Fail fast when no node could ever run a stage, instead of waiting forever."""
+    need = {"CPU": config.resources.num_cpus, "GPU": config.resources.num_gpus}
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    if any(all(node.get(k, 0) >= v for k, v in need.items() if v > 0) for node in nodes):
+        return
+    largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
+    raise SubmitError(
+        f"no node can run a stage needing num_cpus={need['CPU']:g}, num_gpus={need['GPU']:g}; "
+        f"the largest node has CPU={largest.get('CPU', 0):g}, GPU={largest.get('GPU', 0):g} "
+        "(lower --num-cpus/--num-gpus, or use --device cpu)"
+    )
+
+
+def run_driver(store: Store, experiment_id: int, console: Console) -> str:
+    board = ProgressBoard.options(
+        name=f"llpf-progress-{experiment_id}-{uuid.uuid4().hex[:6]}"
+    ).remote()
+    runner = ExperimentRunner(store, experiment_id, board)
+    with ProgressDisplay(board, runner.total_pairs) as display:
+        runner.on_update = display.update
+        status = runner.run()
+    console.print(f"experiment {experiment_id}: {status}")
+    return status
+
+
+def run_existing(experiment_id: int, db_url: str, address: str | None, console: Console) -> None:
+    """The Ray job entrypoint: join the cluster (or start one) and run the driver."""
+    store = open_store(db_url)
+    status = experiment_status(store, experiment_id)
+    if status == "succeeded":
+        console.print(f"experiment {experiment_id} already succeeded; nothing to run")
+        return
+    with store.session() as session:
+        config = ResolvedConfig.model_validate(session.get(Experiment, experiment_id).config)
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+        check_resources(config)
+    else:
+        start_local_ray(config)
+    try:
+        run_driver(store, experiment_id, console)
+    finally:
+        ray.shutdown()
+
+
+def resume(experiment_id: int, db_url: str, address: str | None, console: Console) -> None:
+    """Finish an experiment whose driver stopped: locally, or as a new Ray job."""
+    store = open_store(db_url)
+    status = experiment_status(store, experiment_id)
+    if status == "succeeded":
+        console.print(f"experiment {experiment_id} already succeeded; nothing to resume")
+        return
+    if address:
+        submit_job(store, experiment_id, db_url, address, console)
+        return
+    run_existing(experiment_id, db_url, None, console)
+    reports.show_results(db_url, experiment_id, "table", console)
+
+
+def submit_job(
+    store: Store, experiment_id: int, db_url: str, address: str, console: Console
+) -> None:
+    """Submit `llpf run EXPERIMENT` as a Ray job (Jobs API) and return at once."""
+    from ray.job_submission import JobSubmissionClient
+
+    console.print(f"Ray address: {address}")
+    client = JobSubmissionClient(address)
+    job_id = client.submit_job(
+        entrypoint=f"llpf run {experiment_id} --address auto --db {shlex.quote(db_url)}",
+        submission_id=f"llpf-{experiment_id}-{uuid.uuid4().hex[:8]}",
+        metadata={"llpf_experiment": str(experiment_id)},
+    )
+    with store.session() as session, session.begin():
+        experiment = session.get(Experiment, experiment_id)
+        experiment.ray_address, experiment.ray_job_id = address, job_id
+        if experiment.status == "pending":
+            experiment.status = "submitted"
+    console.print(f"experiment {experiment_id} submitted as Ray job {job_id}")
+
+
+def cancel(experiment_id: int, db_url: str, address: str | None, console: Console) -> None:
+    """Ask the driver to stop; stop the Ray job too when the experiment was submitted as one."""
+    store = open_store(db_url)
+    with store.session() as session, session.begin():
+        experiment = session.get(Experiment, experiment_id)
+        if experiment is None:
+            raise ValueError(f"no experiment {experiment_id} in {store.url}")
+        if experiment.status in ("succeeded", "failed", "partial", "cancelled"):
+            console.print(f"experiment {experiment_id} is already {experiment.status}")
+            return
+        experiment.status = "cancelling"
+        job_id, job_address = experiment.ray_job_id, address or experiment.ray_address
+    if job_id and job_address:
+        from ray.job_submission import JobSubmissionClient
+
+        JobSubmissionClient(job_address).stop_job(job_id)
+    console.print(f"experiment {experiment_id}: cancellation requested")
+
+
+def logs(experiment_id: int, db_url: str, address: str | None, console: Console) -> None:
+    store = open_store(db_url)
+    with store.session() as session:
+        experiment = session.get(Experiment, experiment_id)
+        if experiment is None:
+            raise ValueError(f"no experiment {experiment_id} in {store.url}")
+        job_id, job_address = experiment.ray_job_id, address or experiment.ray_address
+    if job_id and job_address:
+        from ray.job_submission import JobSubmissionClient
+
+        console.print(JobSubmissionClient(job_address).get_job_logs(job_id), markup=False)
+        return
+    reports.show_errors(db_url, experiment_id, console)
