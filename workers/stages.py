@@ -304,6 +304,11 @@ def m2m_stage(
     model = _model(context, device)
     store = context.store()
     start, destination = store.load_weights(start_uri), store.load_weights(destination_uri)
+    if context.pair_index in context.fault_injection.get("nan_pairs", []):
+        start = {
+            k: v.float().fill_(float("nan")) if v.is_floating_point() else v
+            for k, v in start.items()
+        }  # fault injection for tests: a diverged start
     sink = CheckpointingSink(context, "m2m")
     resume = sink.latest_valid_checkpoint()
     outcome = find_m2m_path(

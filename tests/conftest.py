@@ -1,0 +1,53 @@
+"""Shared fixtures: seeded torch, single-threaded CPU work, trained LeNet-5 modes on digits."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+@pytest.fixture(autouse=True)
+def _seeded_and_single_threaded():
+    """Every test starts from the same random state, on one thread (CI has 2 cores)."""
+    torch.set_num_threads(1)
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from llpf_core.data import load_dataset
+
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def quick_recipe():
+    """LeNet-5's recipe, shortened: enough for ~99% training accuracy on digits."""
+    from llpf_core.recipes import RECIPES
+
+    return RECIPES["lenet5-digits"].model_copy(update={"epochs": 12})
+
+
+@pytest.fixture(scope="session")
+def lenet_modes(digits, quick_recipe):
+    """Two LeNet-5 modes trained on digits from seeds 1 and 2: (state_a, state_b)."""
+    from llpf_core.models import build_model
+    from llpf_core.recipes import train_mode
+
+    torch.set_num_threads(1)
+    states = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        model = build_model("lenet5")
+        train_mode(model, digits, quick_recipe, seed)
+        states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    return tuple(states)
