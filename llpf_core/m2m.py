@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from llpf_core.data.batches import BatchStream
 from llpf_core.data.registry import ImageData
 from llpf_core.geometry import layer_distances, layer_variances, move, variance_correction
-from llpf_core.path import PathRecorder, PathSink, StageOutcome
+from llpf_core.path import PathRecorder, PathSink, StageClock, StageOutcome
 from llpf_core.phases import phase_layers
 from llpf_core.settings import EvaluationSettings, M2MSettings, PhaseSpec
 from llpf_core.training import RollingLoss, sgd_for, train_rounds
@@ -80,6 +80,7 @@ def find_m2m_path(
     )
     batches = BatchStream(data, settings.batch_size, seed=seed, augment=settings.augment)
     rolling = RollingLoss(settings.rolling_window)
+    clock = StageClock()
     iteration, first_phase, first_step, total_rounds = 0, 0, 0, 0
     if resume is not None:
         iteration, first_phase, first_step, total_rounds = _restore(
@@ -107,15 +108,17 @@ def find_m2m_path(
         while step < phase.iterations:
             move(params, dest, initial_distances, phase, names)
             variance_correction(params, target_variances, names)
-            rounds, loss = train_rounds(
-                model, optimizer, batches, rolling, settings, f"M2M iteration {iteration + 1}"
-            )
+            with clock("train"):
+                rounds, loss = train_rounds(
+                    model, optimizer, batches, rolling, settings, f"M2M iteration {iteration + 1}"
+                )
             variance_correction(params, target_variances, names)
             iteration, step, total_rounds = iteration + 1, step + 1, total_rounds + rounds
 
             arrived = _arrived(params, dest, names, settings.arrival_tolerance)
             last = step == phase.iterations or arrived
-            recorder.record(iteration, phase_index, phase.name, rounds, loss, force=last)
+            with clock("record"):
+                recorder.record(iteration, phase_index, phase.name, rounds, loss, force=last)
             if iteration % settings.checkpoint_interval == 0 and not last:
                 state = _state(model, optimizer, batches, rolling, recorder)
                 state.update(
@@ -139,6 +142,7 @@ def find_m2m_path(
         iterations=iteration,
         total_rounds=total_rounds,
         wall_seconds=time.perf_counter() - begun,
+        info={"seconds": clock.seconds, "train_samples": total_rounds * batches.batch_size},
     )
 
 

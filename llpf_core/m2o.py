@@ -34,7 +34,7 @@ from llpf_core.geometry import (
     move,
     projection_onto_sphere,
 )
-from llpf_core.path import PathRecorder, PathSink, StageOutcome
+from llpf_core.path import PathRecorder, PathSink, StageClock, StageOutcome
 from llpf_core.phases import m2o_layers
 from llpf_core.settings import EvaluationSettings, M2OSettings
 from llpf_core.training import RollingLoss, train_rounds
@@ -138,6 +138,7 @@ def find_m2o_path(
     )
     batches = BatchStream(data, settings.batch_size, seed=seed, augment=settings.augment)
     rolling = RollingLoss(settings.rolling_window)
+    clock = StageClock()
     iteration, total_rounds = 0, 0
     if resume is not None:
         model.load_state_dict(resume["model"])
@@ -156,14 +157,16 @@ def find_m2o_path(
     while moving and iteration < settings.iterations:
         move(params, destination, initial_distances, settings, moving)
         _angle_conformal(optimizer, settings.lr, params, start_variances)
-        rounds, loss = train_rounds(
-            model, optimizer, batches, rolling, settings, f"M2O iteration {iteration + 1}"
-        )
+        with clock("train"):
+            rounds, loss = train_rounds(
+                model, optimizer, batches, rolling, settings, f"M2O iteration {iteration + 1}"
+            )
         iteration, total_rounds = iteration + 1, total_rounds + rounds
         moving = _still_moving(params, moving, limits)
 
         last = not moving or iteration == settings.iterations
-        recorder.record(iteration, 0, "toward origin", rounds, loss, force=last)
+        with clock("record"):
+            recorder.record(iteration, 0, "toward origin", rounds, loss, force=last)
         if iteration % settings.checkpoint_interval == 0 and not last:
             sink.checkpoint(
                 STAGE,
@@ -180,7 +183,12 @@ def find_m2o_path(
                 },
             )
 
-    info = {"layers": len(names), "layers_not_reached": moving}
+    info = {
+        "layers": len(names),
+        "layers_not_reached": moving,
+        "seconds": clock.seconds,
+        "train_samples": total_rounds * batches.batch_size,
+    }
     if moving:
         logger.warning(
             "M2O stopped after %d iterations with %d of %d layers still above the destination "

@@ -69,6 +69,26 @@ class StageOutcome:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+class StageClock:
+    """Wall seconds per activity of a stage ("train", "record", ...), for speed reports.
+
+    No device synchronisation is forced, so on a GPU the split between activities is only
+    approximate (asynchronous kernels are charged to whichever activity waits for them).
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, activity: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - started
+            self.seconds[activity] = self.seconds.get(activity, 0.0) + elapsed
+
+
 class PathSink(Protocol):
     """Where a stage's outputs go. Implemented by the caller (e.g. a Ray worker)."""
 

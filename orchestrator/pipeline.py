@@ -326,6 +326,7 @@ class ExperimentRunner:
                 "total_rounds": result.total_rounds,
                 "resumed_from": result.resumed_from,
                 "device": result.device,
+                **result.info,
             },
         )
 

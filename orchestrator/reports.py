@@ -61,7 +61,8 @@ def emit(
         table.add_column(column)
     for row in rows:
         table.add_row(*(_cell(row.get(c)) for c in columns))
-    console.print(table)
+    # Piped output has no width to fit; keep every column readable there.
+    console.print(table, width=None if console.is_terminal else max(console.width, 200))
 
 
 def _cell(value: Any) -> str:

@@ -51,3 +51,37 @@ def lenet_modes(digits, quick_recipe):
         train_mode(model, digits, quick_recipe, seed)
         states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
     return tuple(states)
+
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "LLPF_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards.
+
+    Skipped with the reason when no server answers at LLPF_TEST_POSTGRES_URL (default: the local
+    server on 127.0.0.1:5432, database `test`).
+    """
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(
+        POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
+    )
+    try:
+        with admin.connect() as connection:
+            connection.execute(text("select 1"))
+    except Exception as error:  # any failure to connect means: no server for this test
+        pytest.skip(f"no PostgreSQL server at {POSTGRES_ADMIN_URL}: {type(error).__name__}")
+    name = f"llpf_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
