@@ -40,7 +40,7 @@ def _sgd(
     )
 
 
-def _cosine(lr: float = 0.1) -> ScheduleSpec:
+def _cosine() -> ScheduleSpec:
     return ScheduleSpec(kind="cosine", min_lr=0.0)
 
 

@@ -76,11 +76,26 @@ def configure_logging(verbose: bool) -> None:
         logging.getLogger(package).setLevel(level)
 
 
+def use_ray_token_if_present() -> None:
+    """Authenticate to token-protected Ray clusters where a token is at hand.
+
+    Ray clusters started with `ray start` use token authentication by default and keep the token
+    in ~/.ray/auth_token (or RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH), but a client only sends it
+    under RAY_AUTH_MODE=token, which Ray reads once, when it is first imported. Where the user
+    has chosen no mode and a token exists, choose "token" before Ray is imported.
+    """
+    token_path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")).expanduser()
+    has_token = bool(os.environ.get("RAY_AUTH_TOKEN")) or token_path.is_file()
+    if "RAY_AUTH_MODE" not in os.environ and has_token:
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 @app.callback()
 def _main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug output.")] = False,
 ) -> None:
     configure_logging(verbose)
+    use_ray_token_if_present()
 
 
 @app.command()
@@ -239,13 +254,13 @@ def cancel(
 @db_app.command("upgrade")
 def db_upgrade(db: DbOption = DEFAULT_DB_URL) -> None:
     """Create or migrate the database schema to the newest version."""
-    from orchestrator.store.db import Store
+    from orchestrator.store.db import Store, safe_url
     from orchestrator.store.migrate import current
 
     with _user_errors():
         store = Store(db)
         store.ensure_schema()
-        console.print(f"database {store.url} is at revision {current(store.engine)}")
+        console.print(f"database {safe_url(store.url)} is at revision {current(store.engine)}")
 
 
 class _user_errors:

@@ -61,8 +61,10 @@ def emit(
         table.add_column(column)
     for row in rows:
         table.add_row(*(_cell(row.get(c)) for c in columns))
-    # Piped output has no width to fit; keep every column readable there.
-    console.print(table, width=None if console.is_terminal else max(console.width, 200))
+    if console.is_terminal:
+        console.print(table)
+    else:  # piped output has no width to fit: keep every column readable
+        Console(file=console.file, width=max(console.width, 200)).print(table)
 
 
 def _cell(value: Any) -> str:
@@ -231,9 +233,13 @@ def show_models(fmt: str, console: Console) -> None:
 def show_phases(
     arch: str, preset_name: str | None, dataset: str | None, fmt: str, console: Console
 ) -> None:
-    from orchestrator.config import ExperimentConfig, resolve
+    from llpf_core.settings import Recipe
+    from orchestrator.config import load_config, resolve
 
-    config = resolve(ExperimentConfig(arch=arch, preset=preset_name, dataset=dataset))
+    fields = {"arch": arch, "preset": preset_name, "dataset": dataset}
+    if ":" in arch:  # a custom model has no default recipe; phases do not depend on one
+        fields["recipe_a"] = Recipe()
+    config = resolve(load_config(None, fields))
     from llpf_core.models import build_model
     from llpf_core.phases import phase_layers
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 import uuid
 from pathlib import Path
 from typing import Any
@@ -56,6 +55,12 @@ def submit(
         if status in ("succeeded", "partial", "failed", "running", "cancelling"):
             return
     if address:
+        if artifacts is None and created:
+            logger.warning(
+                "artifacts go to %s on this machine; on a multi-node cluster give "
+                "--artifacts a location every node can reach (e.g. s3://...)",
+                store.artifact_root_default(),
+            )
         submit_job(store, experiment_id, db_url, address, console)
         return
     start_local_ray(config, dashboard)
@@ -183,12 +188,13 @@ def submit_job(
     store: Store, experiment_id: int, db_url: str, address: str, console: Console
 ) -> None:
     """Submit `llpf run EXPERIMENT` as a Ray job (Jobs API) and return at once."""
-    from ray.job_submission import JobSubmissionClient
-
     console.print(f"Ray address: {address}")
-    client = JobSubmissionClient(address)
+    client = job_client(address)
+    # The database URL (which may hold a password) travels as an environment variable of the
+    # job, which `llpf run` reads as LLPF_DB_URL, rather than on its command line.
     job_id = client.submit_job(
-        entrypoint=f"llpf run {experiment_id} --address auto --db {shlex.quote(db_url)}",
+        entrypoint=f"llpf run {experiment_id} --address auto",
+        runtime_env={"env_vars": {"LLPF_DB_URL": db_url}},
         submission_id=f"llpf-{experiment_id}-{uuid.uuid4().hex[:8]}",
         metadata={"llpf_experiment": str(experiment_id)},
     )
@@ -198,6 +204,13 @@ def submit_job(
         if experiment.status == "pending":
             experiment.status = "submitted"
     console.print(f"experiment {experiment_id} submitted as Ray job {job_id}")
+
+
+def job_client(address: str) -> Any:
+    """A Ray Jobs API client for `address` (see `orchestrator.cli.use_ray_token_if_present`)."""
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(address)
 
 
 def cancel(experiment_id: int, db_url: str, address: str | None, console: Console) -> None:
@@ -213,9 +226,7 @@ def cancel(experiment_id: int, db_url: str, address: str | None, console: Consol
         experiment.status = "cancelling"
         job_id, job_address = experiment.ray_job_id, address or experiment.ray_address
     if job_id and job_address:
-        from ray.job_submission import JobSubmissionClient
-
-        JobSubmissionClient(job_address).stop_job(job_id)
+        job_client(job_address).stop_job(job_id)
     console.print(f"experiment {experiment_id}: cancellation requested")
 
 
@@ -227,8 +238,6 @@ def logs(experiment_id: int, db_url: str, address: str | None, console: Console)
             raise ValueError(f"no experiment {experiment_id} in {store.url}")
         job_id, job_address = experiment.ray_job_id, address or experiment.ray_address
     if job_id and job_address:
-        from ray.job_submission import JobSubmissionClient
-
-        console.print(JobSubmissionClient(job_address).get_job_logs(job_id), markup=False)
+        console.print(job_client(job_address).get_job_logs(job_id), markup=False)
         return
     reports.show_errors(db_url, experiment_id, console)

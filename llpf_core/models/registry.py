@@ -41,6 +41,18 @@ class ArchSpec:
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {}
+BUILTIN_ORDER = (
+    "lenet5",
+    "resnet18",
+    "vgg11",
+    "densenet",
+    "efficientnet_b0",
+    "mobilenet_v2",
+    "regnet_x_200mf",
+    "shufflenet_v2",
+    "dla",
+    "cct7",
+)
 
 
 def register(spec: ArchSpec) -> ArchSpec:
@@ -71,9 +83,10 @@ def _register_builtins() -> None:
 
 
 def architecture_names() -> list[str]:
-    """Registered architecture names, in registration order."""
+    """Registered architecture names: the built-ins in a fixed order, then any others."""
     _register_builtins()
-    return list(ARCHITECTURES)
+    builtins = [name for name in BUILTIN_ORDER if name in ARCHITECTURES]
+    return builtins + [name for name in ARCHITECTURES if name not in BUILTIN_ORDER]
 
 
 def get_arch(name: str) -> ArchSpec:

@@ -7,7 +7,9 @@ driver writes. Writes are upserts on natural keys, so recording a result twice i
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.store.schema import Base
@@ -34,10 +36,29 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+def dumps_json(value: Any) -> str:
+    """JSON for the JSON columns, NaN and infinities as null.
+
+    PostgreSQL's JSON types reject the NaN/Infinity tokens Python writes; a diverged loss is
+    recorded as null (its stage records the failure itself) on every database alike.
+    """
+    return json.dumps(_finite(value))
+
+
 def make_engine(url: str) -> Engine:
     """An engine for `url`, checked by connecting once. Raises StoreError naming url and reason."""
     try:
-        engine = create_engine(url, future=True, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True, json_serializer=dumps_json)
     except (ArgumentError, NoSuchModuleError, ImportError) as error:
         raise StoreError(f"cannot open database {url!r}: {error}") from None
     if engine.dialect.name == "sqlite":
@@ -45,7 +66,7 @@ def make_engine(url: str) -> Engine:
     try:
         with engine.connect():
             pass
-    except OperationalError as error:
+    except DBAPIError as error:
         reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
         raise StoreError(f"cannot open database {safe_url(url)!r}: {reason}") from None
     return engine

@@ -17,7 +17,8 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 def alembic_config(engine: Engine) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    # The engine itself is handed over (env.py uses it); the URL is not put into Alembic's
+    # ConfigParser, which would read a percent-encoded character as interpolation.
     config.attributes["engine"] = engine
     return config
 
