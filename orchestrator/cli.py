@@ -82,8 +82,11 @@ def use_ray_token_if_present() -> None:
     Ray clusters started with `ray start` use token authentication by default and keep the token
     in ~/.ray/auth_token (or RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH), but a client only sends it
     under RAY_AUTH_MODE=token, which Ray reads once, when it is first imported. Where the user
-    has chosen no mode and a token exists, choose "token" before Ray is imported.
+    has chosen no mode and a token exists, choose "token" before Ray is imported; once Ray is
+    imported, changing the mode would only make its Python and C++ halves disagree.
     """
+    if "ray" in sys.modules:
+        return
     token_path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")).expanduser()
     has_token = bool(os.environ.get("RAY_AUTH_TOKEN")) or token_path.is_file()
     if "RAY_AUTH_MODE" not in os.environ and has_token:

@@ -100,15 +100,19 @@ class ExperimentRunner:
             experiment.started_at = experiment.started_at or now()
             stale = 0
             for pair in experiment.pairs:
+                for row in records.stages_by_kind(session, pair.id).values():
+                    if row.state in ("running", "cancelled"):  # left by a stopped driver
+                        row.state, row.error = "pending", f"was {row.state}; run again"
+                        stale += 1
+                    elif row.state == "failed" and (row.info or {}).get("transient"):
+                        row.state = "pending"
+                        pair.status, pair.error = "pending", None
+                        stale += 1
                 if pair.status in ("succeeded", "failed"):
                     self.done_pairs[pair.id] = pair.status
-                for row in records.stages_by_kind(session, pair.id).values():
-                    if row.state == "running":  # left behind by a driver that died
-                        row.state, row.error = "pending", "stale: its driver stopped"
-                        stale += 1
             if stale:
                 logger.warning(
-                    "experiment %d: %d stale running stages will run again",
+                    "experiment %d: %d interrupted stages will run again",
                     self.experiment_id,
                     stale,
                 )
@@ -241,9 +245,26 @@ class ExperimentRunner:
 
     def _record_failure(self, flight: InFlight, error: Exception) -> None:
         reason = _failure_reason(error)
-        logger.error("pair %d stage %s failed: %s", flight.pair_index, flight.kind, reason)
+        # An error raised by llpf's own code (wrapped in RayTaskError) is deterministic: bad
+        # input, a diverged loss. Anything else (a raylet, node or worker lost beyond Ray's
+        # retries) is the infrastructure's, and `llpf resume` runs the stage again.
+        transient = not isinstance(error, RayTaskError | TaskCancelledError)
+        logger.error(
+            "pair %d stage %s failed%s: %s",
+            flight.pair_index,
+            flight.kind,
+            " (transient; `llpf resume` retries it)" if transient else "",
+            reason,
+        )
         with self.store.session() as session, session.begin():
-            records.mark_finished(session, flight.pair_id, flight.kind, "failed", error=reason)
+            records.mark_finished(
+                session,
+                flight.pair_id,
+                flight.kind,
+                "failed",
+                error=reason,
+                info={"transient": transient},
+            )
 
     def _record_success(self, flight: InFlight, result: Any) -> None:
         with self.store.session() as session, session.begin():

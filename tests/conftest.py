@@ -19,7 +19,10 @@ def _seeded_and_single_threaded():
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
+    auth_mode = os.environ.get("RAY_AUTH_MODE")
     yield
+    if auth_mode is None:  # a CLI call in this process must not change Ray's mode for others
+        os.environ.pop("RAY_AUTH_MODE", None)
 
 
 @pytest.fixture(scope="session")
