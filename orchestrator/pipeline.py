@@ -21,7 +21,7 @@ from ray.exceptions import GetTimeoutError, RayError, RayTaskError, TaskCancelle
 from sqlalchemy import select
 
 from orchestrator import records
-from orchestrator.config import ResolvedConfig
+from orchestrator.config import ResolvedConfig, ResourceSettings
 from orchestrator.store.db import Store, now
 from orchestrator.store.schema import Experiment, Pair
 from workers.runtime import Placement
@@ -52,6 +52,7 @@ class ExperimentRunner:
         experiment_id: int,
         board: Any | None = None,
         on_update: Callable[[ExperimentRunner], None] | None = None,
+        resources: ResourceSettings | None = None,
     ) -> None:
         self.store = store
         self.experiment_id = experiment_id
@@ -62,6 +63,8 @@ class ExperimentRunner:
             if experiment is None:
                 raise ValueError(f"no experiment {experiment_id} in {store.url}")
             self.config = ResolvedConfig.model_validate(experiment.config)
+            # Resources may be adjusted to the cluster at hand (e.g. no GPU: run on the CPU).
+            self.resources = resources or self.config.resources
             self.artifact_root = experiment.artifact_root
         self.in_flight: dict[ray.ObjectRef, InFlight] = {}
         self.active_pairs: set[int] = set()
@@ -125,14 +128,14 @@ class ExperimentRunner:
             return [p.id for p in pairs if p.status not in ("succeeded", "failed")]
 
     def _pairs_in_flight_limit(self) -> int:
-        configured = self.config.resources.max_pairs_in_flight
+        configured = self.resources.max_pairs_in_flight
         if configured:
             return configured
         cpus = ray.cluster_resources().get("CPU", 1)
-        return max(1, int(cpus // self.config.resources.num_cpus))
+        return max(1, int(cpus // self.resources.num_cpus))
 
     def _context(self, pair: Pair) -> PairContext:
-        resources = self.config.resources
+        resources = self.resources
         return PairContext(
             experiment_id=self.experiment_id,
             pair_index=pair.index,
@@ -182,7 +185,7 @@ class ExperimentRunner:
     def _launch(self, session: Any, pair: Pair, kind: str) -> None:
         context = self._context(pair)
         arguments = self._arguments(session, pair, kind, context)
-        resources = self.config.resources
+        resources = self.resources
         options = {
             "name": f"{self.config.name}/exp-{self.experiment_id}/pair-{pair.index}/{kind}",
             "num_cpus": resources.num_cpus,

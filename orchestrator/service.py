@@ -12,7 +12,7 @@ import ray
 from rich.console import Console
 
 from orchestrator import records, reports
-from orchestrator.config import ResolvedConfig, load_config, resolve
+from orchestrator.config import ResolvedConfig, ResourceSettings, load_config, resolve
 from orchestrator.display import ProgressDisplay
 from orchestrator.pipeline import ExperimentRunner
 from orchestrator.store.db import Store
@@ -63,9 +63,9 @@ def submit(
             )
         submit_job(store, experiment_id, db_url, address, console)
         return
-    start_local_ray(config, dashboard)
+    resources = start_local_ray(config, dashboard)
     try:
-        run_driver(store, experiment_id, console)
+        run_driver(store, experiment_id, console, resources)
     finally:
         ray.shutdown()
     reports.show_results(db_url, experiment_id, "table", console)
@@ -98,7 +98,7 @@ def experiment_status(store: Store, experiment_id: int) -> str:
         return experiment.status
 
 
-def start_local_ray(config: ResolvedConfig | None, dashboard: bool = False) -> None:
+def start_local_ray(config: ResolvedConfig, dashboard: bool = False) -> ResourceSettings:
     """An embedded Ray instance with explicit resources; never attaches to another cluster."""
     cpus = os.cpu_count() or 1
     gpus = _local_gpus()
@@ -111,8 +111,7 @@ def start_local_ray(config: ResolvedConfig | None, dashboard: bool = False) -> N
         logging_level=logging.WARNING,
         log_to_driver=True,
     )
-    if config is not None:
-        check_resources(config)
+    return check_resources(config)
 
 
 def _local_gpus() -> int:
@@ -124,12 +123,29 @@ def _local_gpus() -> int:
         return 0
 
 
-def check_resources(config: ResolvedConfig) -> None:
-    """Fail fast when no node could ever run a stage, instead of waiting forever."""
-    need = {"CPU": config.resources.num_cpus, "GPU": config.resources.num_gpus}
+def check_resources(config: ResolvedConfig) -> ResourceSettings:
+    """The resources stages will ask for; fails fast when no node could ever grant them.
+
+    With `device: auto`, GPUs asked for on a cluster that has none fall back to the CPU, with a
+    warning; with `device: cpu` no GPU is held. Anything else no node can satisfy is an error
+    naming the resources, rather than tasks that wait forever.
+    """
+    resources = config.resources
     nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    cluster_gpus = sum(node.get("GPU", 0) for node in nodes)
+    if resources.num_gpus > 0 and (
+        resources.device == "cpu" or (resources.device == "auto" and cluster_gpus == 0)
+    ):
+        if resources.device == "auto":
+            logger.warning(
+                "num_gpus=%g asked for, but the cluster has no GPU: stages run on "
+                "the CPU (use --device cuda to require a GPU)",
+                resources.num_gpus,
+            )
+        resources = resources.model_copy(update={"num_gpus": 0.0})
+    need = {"CPU": resources.num_cpus, "GPU": resources.num_gpus}
     if any(all(node.get(k, 0) >= v for k, v in need.items() if v > 0) for node in nodes):
-        return
+        return resources
     largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
     raise SubmitError(
         f"no node can run a stage needing num_cpus={need['CPU']:g}, num_gpus={need['GPU']:g}; "
@@ -138,11 +154,13 @@ def check_resources(config: ResolvedConfig) -> None:
     )
 
 
-def run_driver(store: Store, experiment_id: int, console: Console) -> str:
+def run_driver(
+    store: Store, experiment_id: int, console: Console, resources: ResourceSettings | None = None
+) -> str:
     board = ProgressBoard.options(
         name=f"llpf-progress-{experiment_id}-{uuid.uuid4().hex[:6]}"
     ).remote()
-    runner = ExperimentRunner(store, experiment_id, board)
+    runner = ExperimentRunner(store, experiment_id, board, resources=resources)
     with ProgressDisplay(board, runner.total_pairs) as display:
         runner.on_update = display.update
         status = runner.run()
@@ -161,11 +179,11 @@ def run_existing(experiment_id: int, db_url: str, address: str | None, console: 
         config = ResolvedConfig.model_validate(session.get(Experiment, experiment_id).config)
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
-        check_resources(config)
+        resources = check_resources(config)
     else:
-        start_local_ray(config)
+        resources = start_local_ray(config)
     try:
-        run_driver(store, experiment_id, console)
+        run_driver(store, experiment_id, console, resources)
     finally:
         ray.shutdown()
 
