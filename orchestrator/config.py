@@ -52,6 +52,16 @@ class ResourceSettings(Frozen):
     max_retries: int = Field(3, ge=0, description="retries of a stage whose worker died")
 
 
+class FDFOverrides(Frozen):
+    """Overrides of the Follow-Data-Flow schedule derived for architectures without a preset."""
+
+    iterations_per_phase: int | None = Field(None, ge=1)
+    final_iterations: int | None = Field(None, ge=1)
+    step_f: float | None = Field(None, ge=0)
+    step_a: float | None = Field(None, ge=0, le=1)
+    step_c: float | None = Field(None, ge=0, le=1)
+
+
 class ExperimentConfig(Frozen):
     """Everything that defines an experiment. Unset fields are filled in by `resolve`."""
 
@@ -67,6 +77,9 @@ class ExperimentConfig(Frozen):
     preset: str | None = None
     m2o: dict[str, Any] = Field(default_factory=dict, description="overrides of the preset")
     m2m: dict[str, Any] = Field(default_factory=dict, description="overrides of the preset")
+    fdf: FDFOverrides = Field(
+        default_factory=FDFOverrides, description="overrides of a derived FDF schedule"
+    )
     continuity: ContinuitySettings | None = None
     linear: LinearSettings = Field(default_factory=LinearSettings)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
@@ -182,7 +195,9 @@ def _resolve(config: ExperimentConfig) -> ResolvedConfig:
 
     m2o = M2OSettings.model_validate({**preset.m2o.model_dump(), **config.m2o})
     m2m = M2MSettings.model_validate({**preset.m2m.model_dump(), **config.m2m})
-    phases = m2m.phases or _derived_phases(config.arch, num_classes, dataset, preset)
+    phases = m2m.phases or _derived_phases(
+        config.arch, num_classes, dataset, _with_fdf(preset, config.fdf)
+    )
     continuity = config.continuity or (
         EMBEDDED_CONTINUITY if dataset == "digits" else ContinuitySettings()
     )
@@ -213,6 +228,20 @@ def _default_recipe(spec: Any, dataset: str) -> str:
     if spec is None:
         raise ConfigError("recipe_a: a custom architecture needs an explicit --recipe")
     return spec.recipe_for(dataset)
+
+
+def _with_fdf(preset: Any, overrides: FDFOverrides) -> Any:
+    steps = {
+        k: v for k in ("step_f", "step_a", "step_c") if (v := getattr(overrides, k)) is not None
+    }
+    update: dict[str, Any] = {}
+    if overrides.iterations_per_phase is not None:
+        update["fdf_iterations_per_phase"] = overrides.iterations_per_phase
+    if overrides.final_iterations is not None:
+        update["fdf_final_iterations"] = overrides.final_iterations
+    if steps:
+        update["fdf_steps"] = preset.fdf_steps.model_copy(update=steps)
+    return preset.model_copy(update=update) if update else preset
 
 
 def _derived_phases(arch: str, num_classes: int, dataset: str, preset: Any) -> list[PhaseSpec]:

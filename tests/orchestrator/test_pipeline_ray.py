@@ -193,3 +193,36 @@ def test_impossible_resources_fail_fast_with_a_clear_message(tmp_path):
     assert result.exit_code == 2
     assert "num_cpus=64" in result.output and "largest node has CPU=" in result.output
     assert time.monotonic() - started < 60
+
+
+def test_cifar10_on_disk_with_a_derived_fdf_schedule(tmp_path):
+    from llpf_core.data.fake import write_fake_cifar10
+
+    data_dir = write_fake_cifar10(tmp_path / "data", n_train=64, n_test=16, seed=0)
+    changes = {
+        "arch": "shufflenet_v2",
+        "dataset": "cifar10",
+        "data_dir": str(data_dir),
+        "pairs": 1,
+        "recipe_a": {**TINY["recipe_a"], "epochs": 1, "batch_size": 16},
+        "m2m": {"max_rounds": 1, "batch_size": 8},
+        "fdf": {"iterations_per_phase": 1, "final_iterations": 2, "step_a": 0.3},
+        "evaluation": {"batch_size": 64, "norm_recalibration_batches": 1},
+        "continuity": {"samples_per_segment": 2, "train_subset": 16},
+    }
+    result, db = _submit(tmp_path, **changes)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(CliRunner().invoke(app, ["results", "--format", "json", "--db", db]).output)
+    assert rows[0]["status"] == "succeeded" and rows[0]["final_distance"] == 0.0
+    store = Store(db)
+    with store.session() as session:
+        config = session.scalars(select(Experiment)).one().config
+        phases = session.scalars(
+            select(PathPointRow.phase_name)
+            .where(PathPointRow.stage == "m2m")
+            .order_by(PathPointRow.iteration)
+        ).all()
+    names = [p["name"] for p in config["phases"]]
+    assert names[0] == "Phase 1: conv1+bn1" and names[-1].endswith("all layers")
+    assert rows[0]["m2m_iterations"] == len(names) - 1 + 2  # one per phase, two in the last
+    assert phases[1] == names[0] and phases[-2] == names[-1]
