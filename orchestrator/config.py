@@ -190,6 +190,8 @@ def _resolve(config: ExperimentConfig) -> ResolvedConfig:
         recipe_a = resolve_recipe(config.recipe_a or _default_recipe(spec, dataset))
         recipe_b = resolve_recipe(config.recipe_b) if config.recipe_b else recipe_a
         preset = get_preset(config.preset or (spec and spec.preset_for(dataset)) or "fdf")
+    except ValidationError:
+        raise  # described field by field by `resolve`
     except ValueError as error:
         raise ConfigError(str(error)) from None
 

@@ -90,3 +90,27 @@ def test_an_unopenable_database_is_one_line(url, reason):
     assert result.exit_code == 2
     assert reason in result.output
     assert "Traceback" not in result.output and result.output.count("\n") == 1
+
+
+def test_a_recipe_can_be_a_yaml_file(tmp_path):
+    recipe = tmp_path / "sharp.yaml"
+    recipe.write_text(
+        "optimizer: sgd\nlr: 0.1\nmomentum: 0.9\nweight_decay: 0\nepochs: 3\n"
+        "batch_size: 32\nschedule: {kind: multistep, milestones: [2]}\n"
+    )
+    config = resolve(load_config(None, {"recipe_b": str(recipe)}))
+    assert config.recipe_b.name == "sharp" and config.recipe_b.schedule.milestones == [2]
+    assert config.recipe_a.name == "lenet5-digits"
+    recipe.write_text("lr: -1\n")
+    with pytest.raises(ConfigError, match="^lr: Input should be greater than 0$"):
+        resolve(load_config(None, {"recipe_b": str(recipe)}))
+
+
+def test_fdf_overrides_reshape_a_derived_schedule():
+    config = resolve(
+        ExperimentConfig(
+            arch="regnet_x_200mf", fdf={"iterations_per_phase": 3, "final_iterations": 7}
+        )
+    )
+    assert [p.iterations for p in config.phases][-2:] == [3, 7]
+    assert config.phases[-1].name.endswith("all layers")
