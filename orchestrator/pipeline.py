@@ -31,6 +31,7 @@ from workers.tasks import TASKS
 logger = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.5
+PROGRESS_INTERVAL_S = 10.0
 
 
 @dataclass
@@ -70,6 +71,7 @@ class ExperimentRunner:
         self.active_pairs: set[int] = set()
         self.done_pairs: dict[int, str] = {}
         self.total_pairs = self.config.pairs
+        self.progress_recorded = 0.0
 
     def run(self) -> str:
         """Run until every pair is finished; returns the experiment's final status."""
@@ -90,9 +92,35 @@ class ExperimentRunner:
             while pending and len(self.active_pairs) < limit:
                 self._advance(pending.pop(0))
             self._wait_and_record()
+            self._record_progress()
             if self.on_update is not None:
                 self.on_update(self)
         return self._finish()
+
+    def _record_progress(self) -> None:
+        """Copy running stages' progress into their rows, so `llpf status` shows it anywhere."""
+        if self.board is None or time.time() - self.progress_recorded < PROGRESS_INTERVAL_S:
+            return
+        self.progress_recorded = time.time()
+        try:
+            snapshot = ray.get(self.board.snapshot.remote(), timeout=5)
+        except (RayError, GetTimeoutError):
+            return  # progress is a convenience; the stages' results are what matters
+        with self.store.session() as session, session.begin():
+            for flight in self.in_flight.values():
+                state = snapshot.get(f"pair-{flight.pair_index}/{flight.kind}")
+                if state is None:
+                    continue
+                row = records.stage(session, flight.pair_id, flight.kind)
+                loss = state["loss"] if math.isfinite(state["loss"]) else None
+                row.info = {
+                    **(row.info or {}),
+                    "progress": {
+                        "iteration": state["iteration"],
+                        "total": state["total"],
+                        "loss": loss,
+                    },
+                }
 
     # -- scheduling ------------------------------------------------------------------------
 

@@ -136,8 +136,11 @@ def show_status(db_url: str, experiment_id: int | None, fmt: str, console: Conso
         for pair in experiment.pairs:
             row: dict[str, Any] = {"pair": pair.index, "status": pair.status}
             for stage in session.scalars(select(Stage).where(Stage.pair_id == pair.id)):
-                row[stage.kind] = stage.state + (
-                    f" x{stage.attempts}" if stage.attempts > 1 else ""
+                progress = (stage.info or {}).get("progress") if stage.state == "running" else None
+                row[stage.kind] = (
+                    stage.state
+                    + (f" {progress['iteration']}/{progress['total']}" if progress else "")
+                    + (f" x{stage.attempts}" if stage.attempts > 1 else "")
                 )
             if pair.error:
                 row["error"] = pair.error
