@@ -128,6 +128,9 @@ class ArtifactStore:
             keys.append(posixpath.join(prefix, name))
         return sorted(keys)
 
+    def exists(self, key: str) -> bool:
+        return self.fs.exists(self._path(key))
+
     def delete(self, key: str) -> None:
         path = self._path(key)
         for target in (path, f"{path}.sha256"):

@@ -406,7 +406,7 @@ class ExperimentRunner:
         points = records.ordered_points(session, pair.id)
         evaluated = [p.train_loss for p in points if p.train_loss is not None]
         pair.finished_at = now()
-        wall = (pair.finished_at - records._aware(pair.started_at)).total_seconds()
+        wall = (pair.finished_at - records.as_utc(pair.started_at)).total_seconds()
         records.record_result(
             session,
             pair.id,
@@ -477,7 +477,3 @@ def _failure_reason(error: Exception) -> str:
     message = str(cause).strip().splitlines()
     text = message[-1] if isinstance(cause, RayError) and message else " ".join(message)
     return f"{type(cause).__name__}: {text}"[:2000]
-
-
-def finite_or_none(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None

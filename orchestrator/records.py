@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -102,15 +103,16 @@ def mark_finished(
     if wall_seconds is not None:
         row.wall_seconds = wall_seconds
     elif row.started_at is not None:
-        row.wall_seconds = (now() - _aware(row.started_at)).total_seconds()
+        row.wall_seconds = (now() - as_utc(row.started_at)).total_seconds()
     if info is not None:
         row.info = info
 
 
-def _aware(moment: Any) -> Any:
-    """SQLite returns naive datetimes; they were written as UTC."""
-    from datetime import UTC
+def as_utc(moment: datetime) -> datetime:
+    """A timestamp read back from the store, as an aware UTC datetime.
 
+    SQLite returns naive datetimes; they were written as UTC.
+    """
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 

@@ -12,7 +12,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
@@ -216,7 +216,7 @@ class CheckpointingSink:
         if self.fail_at is None or iteration < self.fail_at:
             return
         marker = f"{self.directory}/killed-once"
-        if self.store.fs.exists(self.store._path(marker)):
+        if self.store.exists(marker):
             return
         self.store.write_bytes(marker, b"1")
         import os
@@ -419,8 +419,3 @@ def linear_stage(
         distance=float(total_distance(layer_distances(mode_a, mode_b, names))),
         wall_seconds=time.perf_counter() - started,
     )
-
-
-def result_dict(result: Any) -> dict[str, Any]:
-    """A stage result as a plain dict (for JSON columns)."""
-    return asdict(result)
