@@ -22,7 +22,7 @@ class ProgressDisplay:
 
     def __init__(self, board: Any, total_pairs: int, console: Console | None = None) -> None:
         self.board = board
-        self.console = console or Console(stderr=True)
+        self.console = console or _logging_console()
         self.interactive = self.console.is_terminal and sys.stderr.isatty()
         self.total_pairs = total_pairs
         self.progress: Progress | None = None
@@ -43,9 +43,7 @@ class ProgressDisplay:
                 transient=True,
             )
             self.progress.start()
-            self.overall = self.progress.add_task(
-                "pairs", total=self.total_pairs, loss="-", rate=""
-            )
+            self.overall = self.progress.add_task("pairs", total=self.total_pairs, loss="", rate="")
         return self
 
     def __exit__(self, *_: Any) -> None:
@@ -90,6 +88,16 @@ class ProgressDisplay:
                 _fmt(state["loss"]),
                 _rate(state),
             )
+
+
+def _logging_console() -> Console:
+    """The console the CLI's log handler writes to, so that log lines print above the bars."""
+    from rich.logging import RichHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, RichHandler):
+            return handler.console
+    return Console(stderr=True)
 
 
 def _fmt(value: float) -> str:
