@@ -62,15 +62,17 @@ def line_profile(
     images: Tensor,
     labels: Tensor,
     evaluation: EvaluationSettings,
+    start_loss: float | None = None,
 ) -> LineProfile:
     """Training loss at `samples` evenly spaced points of the segment start-end (ends included).
 
     Every floating tensor of the state dicts, BatchNorm statistics included, is interpolated; the
-    statistics are then re-estimated as configured in `evaluation`.
+    statistics are then re-estimated as configured in `evaluation`. `start_loss`, when known
+    (the previous segment's end), is used instead of evaluating the start again.
     """
     alphas = torch.linspace(0.0, 1.0, samples).tolist()
-    losses = []
-    for alpha in alphas:
+    losses = [] if start_loss is None else [start_loss]
+    for alpha in alphas[len(losses) :]:
         model.load_state_dict(interpolate(start, end, alpha))
         recalibrate_norm_statistics(model, data, evaluation.norm_recalibration_batches)
         losses.append(evaluate(model, data, images, labels, evaluation.batch_size).loss)
@@ -105,8 +107,10 @@ def check_continuity(
     previous = {k: v.to(data.device) for k, v in load_point(0).items()}
     for position in range(point_count - 1):
         current = {k: v.to(data.device) for k, v in load_point(position + 1).items()}
+        # Consecutive segments share a point: its loss is evaluated once.
+        known = segments[-1].profile.losses[-1] if segments else None
         profile = line_profile(
-            model, previous, current, data, samples_per_segment, images, labels, evaluation
+            model, previous, current, data, samples_per_segment, images, labels, evaluation, known
         )
         segments.append(SegmentProfile(position, profile))
         if progress is not None:

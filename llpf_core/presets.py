@@ -115,10 +115,12 @@ register(
         name="lenet5-digits",
         source="this project: Table 2's LeNet5@MNIST with larger steps, for the 2-core default",
         description="one phase over all layers, train until loss < 0.05 (r <= 20), "
-        "step_a=0.03, step_f=0.01, 250 iterations, every 2nd iterate stored",
+        "step_a=0.035, step_f=0.01, 200 iterations, every 2nd iterate stored",
         m2m=M2MSettings(
             phases=[
-                PhaseSpec(name="all layers", layers=["*"], iterations=250, step_a=0.03, step_f=0.01)
+                PhaseSpec(
+                    name="all layers", layers=["*"], iterations=200, step_a=0.035, step_f=0.01
+                )
             ],
             store_interval=2,
             lr=1e-2,

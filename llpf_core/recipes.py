@@ -72,8 +72,8 @@ RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in [
         _sgd("lenet5-mnist", 0.01, 0.0, 20, 64, _CONSTANT),
-        _sgd("lenet5-digits", 0.01, 0.0, 40, 64, _CONSTANT),
-        _sgd("lenet5-digits-wd", 0.01, 5e-3, 40, 64, _CONSTANT),
+        _sgd("lenet5-digits", 0.01, 0.0, 30, 64, _CONSTANT),
+        _sgd("lenet5-digits-wd", 0.01, 5e-3, 30, 64, _CONSTANT),
         _sgd("resnet18-cifar10", 0.1, 5e-4, 30, 256, _onecycle(0.1)),
         _sgd("resnet18-cifar10-long", 0.1, 5e-4, 140, 256, _onecycle(0.1)),
         _sgd("resnet18-cifar10-sphere", 0.2, 1e-4, 30, 256, _onecycle(0.2)),
