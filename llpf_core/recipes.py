@@ -19,7 +19,8 @@ from torch import nn
 from llpf_core.data.batches import BatchStream
 from llpf_core.data.registry import ImageData
 from llpf_core.errors import NonFiniteLossError
-from llpf_core.evaluation import Metrics, evaluate
+from llpf_core.evaluation import Metrics, evaluate, recalibrate_norm_statistics
+from llpf_core.path import preserved_buffers
 from llpf_core.settings import Recipe, ScheduleSpec
 
 logger = logging.getLogger(__name__)
@@ -211,6 +212,7 @@ def train_mode(
     seed: int,
     progress: ProgressCallback | None = None,
     progress_interval_steps: int = 50,
+    norm_recalibration_batches: int = 20,
 ) -> ModeReport:
     """Train `model` from its current initialisation into a mode with `recipe`, in place.
 
@@ -241,8 +243,12 @@ def train_mode(
             if progress is not None:
                 progress(step, total_steps, value)
 
-    train = evaluate(model, data, data.train_x, data.train_y)
-    test = evaluate(model, data, data.test_x, data.test_y)
+    # Evaluated like every path point (BatchNorm statistics re-estimated, the trained ones kept),
+    # so that a mode's loss and the loss at the path's ends are the same number.
+    with preserved_buffers(model):
+        recalibrate_norm_statistics(model, data, norm_recalibration_batches)
+        train = evaluate(model, data, data.train_x, data.train_y)
+        test = evaluate(model, data, data.test_x, data.test_y)
     if not math.isfinite(train.loss):
         raise NonFiniteLossError("mode evaluation", train.loss)
     stats = {name: p.detach().float() for name, p in model.named_parameters()}

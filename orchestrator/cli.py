@@ -155,7 +155,8 @@ def submit(
         "resources": resources or None,
     }
     with _user_errors():
-        service.submit(config, overrides, db, artifacts, address, dashboard, console)
+        status = service.submit(config, overrides, db, artifacts, address, dashboard, console)
+    _exit_for(status)
 
 
 @app.command()
@@ -171,7 +172,8 @@ def run(
     from orchestrator import service
 
     with _user_errors():
-        service.run_existing(experiment, db, address, console)
+        status = service.run_existing(experiment, db, address, console)
+    _exit_for(status)
 
 
 @app.command()
@@ -179,12 +181,24 @@ def resume(
     experiment: Annotated[int, typer.Argument(help="Experiment id.")],
     db: DbOption = DEFAULT_DB_URL,
     address: AddressOption = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    num_cpus: Annotated[float | None, typer.Option(help="CPUs per stage.")] = None,
+    num_gpus: Annotated[float | None, typer.Option(help="GPUs per stage.")] = None,
 ) -> None:
-    """Finish an interrupted experiment: stale stages run again, finished ones are skipped."""
+    """Finish an interrupted experiment: stale stages run again, finished ones are skipped.
+
+    Resources may differ from the first run's; they are not part of the experiment's identity.
+    """
     from orchestrator import service
 
+    resources = {
+        k: v
+        for k, v in {"device": device, "num_cpus": num_cpus, "num_gpus": num_gpus}.items()
+        if v is not None
+    }
     with _user_errors():
-        service.resume(experiment, db, address, console)
+        status = service.resume(experiment, db, address, console, resources)
+    _exit_for(status)
 
 
 @app.command()
@@ -218,14 +232,15 @@ def models(format: Annotated[Format, typer.Option("--format")] = Format.table) -
 
 @app.command()
 def phases(
-    arch: Annotated[str, typer.Option(help="Architecture (see `llpf models`).")] = "lenet5",
+    arch: Annotated[str | None, typer.Option(help="Architecture (see `llpf models`).")] = None,
     preset: Annotated[str | None, typer.Option(help="Preset (default: the arch's).")] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset (sets the class count).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML or TOML file.")] = None,
     format: Annotated[Format, typer.Option("--format")] = Format.table,
 ) -> None:
     """The M2M phases an experiment would run: layer groups, parameters, T, step sizes."""
     with _user_errors():
-        reports.show_phases(arch, preset, dataset, format.value, console)
+        reports.show_phases(arch, preset, dataset, format.value, console, config)
 
 
 @app.command()
@@ -264,6 +279,13 @@ def db_upgrade(db: DbOption = DEFAULT_DB_URL) -> None:
         store = Store(db)
         store.ensure_schema()
         console.print(f"database {safe_url(store.url)} is at revision {current(store.engine)}")
+
+
+def _exit_for(status: str) -> None:
+    """Exit code 1 when pairs failed, so that scripts can tell; 0 otherwise."""
+    if status in ("failed", "partial"):
+        errors.print(f"some pairs failed (experiment {status}); see `llpf status` for reasons")
+        raise typer.Exit(code=1)
 
 
 class _user_errors:

@@ -185,18 +185,20 @@ def _resolve(config: ExperimentConfig) -> ResolvedConfig:
         raise ConfigError(
             f"dataset: {config.arch} is built for {', '.join(spec.datasets)}, not {dataset!r}"
         )
+    _check_data_dir(dataset, config.data_dir)
     num_classes = dataset_spec(dataset).num_classes
     try:
-        recipe_a = resolve_recipe(config.recipe_a or _default_recipe(spec, dataset))
-        recipe_b = resolve_recipe(config.recipe_b) if config.recipe_b else recipe_a
+        default = None if custom else spec.recipe_for(dataset)
+        recipe_a = _recipe("recipe_a", config.recipe_a, default)
+        recipe_b = _recipe("recipe_b", config.recipe_b, recipe_a) if config.recipe_b else recipe_a
         preset = get_preset(config.preset or (spec and spec.preset_for(dataset)) or "fdf")
     except ValidationError:
         raise  # described field by field by `resolve`
     except ValueError as error:
         raise ConfigError(str(error)) from None
 
-    m2o = M2OSettings.model_validate({**preset.m2o.model_dump(), **config.m2o})
-    m2m = M2MSettings.model_validate({**preset.m2m.model_dump(), **config.m2m})
+    m2o = _section("m2o", M2OSettings, {**preset.m2o.model_dump(), **config.m2o})
+    m2m = _section("m2m", M2MSettings, {**preset.m2m.model_dump(), **config.m2m})
     phases = m2m.phases or _derived_phases(
         config.arch, num_classes, dataset, _with_fdf(preset, config.fdf)
     )
@@ -226,10 +228,41 @@ def _resolve(config: ExperimentConfig) -> ResolvedConfig:
     )
 
 
-def _default_recipe(spec: Any, dataset: str) -> str:
-    if spec is None:
-        raise ConfigError("recipe_a: a custom architecture needs an explicit --recipe")
-    return spec.recipe_for(dataset)
+def _check_data_dir(dataset: str, data_dir: str | None) -> None:
+    """Catch a missing data directory here, before any work is recorded or started."""
+    if not dataset_spec(dataset).needs_files:
+        return
+    if data_dir is None:
+        raise ConfigError(
+            f"data_dir: dataset {dataset!r} is read from disk; give its directory "
+            "with --data-dir (or use the bundled 'digits')"
+        )
+    if not Path(data_dir).expanduser().is_dir():
+        raise ConfigError(f"data_dir: {data_dir!r} is not a directory")
+
+
+def _recipe(field: str, given: str | Recipe | None, default: str | Recipe | None) -> Recipe:
+    """A recipe by name or file, or a mapping that overrides the fields it names of `default`."""
+    if given is None:
+        if default is None:
+            raise ConfigError(f"{field}: a custom architecture needs an explicit --recipe")
+        return resolve_recipe(default)
+    if not isinstance(given, Recipe) or default is None:
+        return resolve_recipe(given)
+    base = resolve_recipe(default)
+    changed = {name: getattr(given, name) for name in given.model_fields_set}
+    changed.setdefault("name", f"{base.name} (modified)")
+    return _section(field, Recipe, {**base.model_dump(), **changed})
+
+
+def _section(name: str, model: Any, fields: dict[str, Any]) -> Any:
+    """Validate one section, naming it in any error (`m2m.lr: ...`)."""
+    try:
+        return model.model_validate(fields)
+    except ValidationError as error:
+        raise ConfigError(
+            "; ".join(f"{name}.{line}" for line in describe(error).split("; "))
+        ) from None
 
 
 def _with_fdf(preset: Any, overrides: FDFOverrides) -> Any:

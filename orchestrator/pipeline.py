@@ -405,6 +405,10 @@ class ExperimentRunner:
         stages = records.stages_by_kind(session, pair.id)
         points = records.ordered_points(session, pair.id)
         evaluated = [p.train_loss for p in points if p.train_loss is not None]
+        # The path ends at the other mode by construction; how close M2M's last iterate came
+        # to it says whether the search itself arrived (section 5, criterion 2).
+        iterates = [p for p in points if p.stage == "m2m" and not p.is_destination]
+        last_iterate = max(iterates, key=lambda p: p.iteration, default=None)
         pair.finished_at = now()
         wall = (pair.finished_at - records.as_utc(pair.started_at)).total_seconds()
         records.record_result(
@@ -415,6 +419,7 @@ class ExperimentRunner:
                 "m2o_iterations": (stages["m2o"].info or {}).get("iterations", 0),
                 "m2m_iterations": (stages["m2m"].info or {}).get("iterations", 0),
                 "path_points": len(points),
+                "last_iterate_distance": last_iterate.total_distance if last_iterate else None,
                 "wall_seconds": wall,
             },
         )

@@ -25,6 +25,7 @@ RESULT_KEYS = (
     "continuity_max_loss",
     "initial_distance",
     "final_distance",
+    "last_iterate_distance",
     "m2o_iterations",
     "m2m_iterations",
     "path_points",
@@ -234,18 +235,25 @@ def show_models(fmt: str, console: Console) -> None:
 
 
 def show_phases(
-    arch: str, preset_name: str | None, dataset: str | None, fmt: str, console: Console
+    arch: str | None,
+    preset_name: str | None,
+    dataset: str | None,
+    fmt: str,
+    console: Console,
+    config_path: Any = None,
 ) -> None:
+    """The resolved M2M phases of an architecture, or of an experiment configuration file."""
+    from llpf_core.models import build_model
+    from llpf_core.phases import phase_layers
     from llpf_core.settings import Recipe
     from orchestrator.config import load_config, resolve
 
-    fields = {"arch": arch, "preset": preset_name, "dataset": dataset}
-    if ":" in arch:  # a custom model has no default recipe; phases do not depend on one
-        fields["recipe_a"] = Recipe()
-    config = resolve(load_config(None, fields))
-    from llpf_core.models import build_model
-    from llpf_core.phases import phase_layers
-
+    fields: dict[str, Any] = {"arch": arch, "preset": preset_name, "dataset": dataset}
+    loaded = load_config(config_path, fields)
+    if ":" in loaded.arch and loaded.recipe_a is None:  # phases do not depend on a recipe
+        loaded = loaded.model_copy(update={"recipe_a": Recipe()})
+    config = resolve(loaded.model_copy(update={"data_dir": loaded.data_dir or "."}))
+    arch = config.arch
     model = build_model(arch, num_classes=config.num_classes)
     rows = []
     for index, phase in enumerate(config.phases, start=1):

@@ -10,6 +10,7 @@ from typing import Any
 
 import ray
 from rich.console import Console
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
 from orchestrator import records, reports
 from orchestrator.config import ResolvedConfig, ResourceSettings, load_config, resolve
@@ -40,21 +41,18 @@ def submit(
     address: str | None,
     dashboard: bool,
     console: Console,
-) -> None:
-    """Create the experiment (or find the identical one) and run it here or on a cluster."""
+) -> str:
+    """Create the experiment (or find the identical one) and run it here or on a cluster.
+
+    Returns the experiment's status: "succeeded", "partial", "failed", or "submitted" for a
+    cluster job. Nothing is recorded when the configuration or its resources cannot work.
+    """
     config = resolve(load_config(config_path, overrides))
     store = open_store(db_url)
-    experiment_id, created = create_or_find(store, config, artifacts)
-    if not created:
-        status = experiment_status(store, experiment_id)
-        console.print(
-            f"experiment {experiment_id} with this configuration already exists "
-            f"(status: {status}); not submitting it again. Use `llpf resume "
-            f"{experiment_id}` to finish it or `llpf results {experiment_id}`."
-        )
-        if status in ("succeeded", "partial", "failed", "running", "cancelling"):
-            return
     if address:
+        experiment_id, created = _create_or_report(store, config, artifacts, console)
+        if experiment_id is None:
+            return "exists"
         if artifacts is None and created:
             logger.warning(
                 "artifacts go to %s on this machine; on a multi-node cluster give "
@@ -62,13 +60,40 @@ def submit(
                 store.artifact_root_default(),
             )
         submit_job(store, experiment_id, db_url, address, console)
-        return
-    resources = start_local_ray(config, dashboard)
+        return "submitted"
+
+    start_local_ray(dashboard)
     try:
-        run_driver(store, experiment_id, console, resources)
+        resources = check_resources(config)  # before anything is recorded
+        experiment_id, _ = _create_or_report(store, config, artifacts, console)
+        if experiment_id is None:
+            return "exists"
+        status = run_driver(store, experiment_id, console, resources)
     finally:
         ray.shutdown()
     reports.show_results(db_url, experiment_id, "table", console)
+    return status
+
+
+def _create_or_report(
+    store: Store, config: ResolvedConfig, artifacts: str | None, console: Console
+) -> tuple[int | None, bool]:
+    """The experiment to run: a new one, or an identical one that never ran to an end."""
+    experiment_id, created = create_or_find(store, config, artifacts)
+    if created:
+        return experiment_id, True
+    status = experiment_status(store, experiment_id)
+    if status in ("pending", "submitted", "cancelled"):
+        console.print(
+            f"experiment {experiment_id} with this configuration exists ({status}); running it"
+        )
+        return experiment_id, False
+    console.print(
+        f"experiment {experiment_id} with this configuration already exists (status: {status}); "
+        f"not submitting it again. Use `llpf resume {experiment_id}` to finish it or "
+        f"`llpf results {experiment_id}`."
+    )
+    return None, False
 
 
 def create_or_find(store: Store, config: ResolvedConfig, artifacts: str | None) -> tuple[int, bool]:
@@ -98,7 +123,7 @@ def experiment_status(store: Store, experiment_id: int) -> str:
         return experiment.status
 
 
-def start_local_ray(config: ResolvedConfig, dashboard: bool = False) -> ResourceSettings:
+def start_local_ray(dashboard: bool = False) -> None:
     """An embedded Ray instance with explicit resources; never attaches to another cluster."""
     cpus = os.cpu_count() or 1
     gpus = _local_gpus()
@@ -111,7 +136,6 @@ def start_local_ray(config: ResolvedConfig, dashboard: bool = False) -> Resource
         logging_level=logging.WARNING,
         log_to_driver=True,
     )
-    return check_resources(config)
 
 
 def _local_gpus() -> int:
@@ -161,45 +185,70 @@ def run_driver(
         name=f"llpf-progress-{experiment_id}-{uuid.uuid4().hex[:6]}"
     ).remote()
     runner = ExperimentRunner(store, experiment_id, board, resources=resources)
-    with ProgressDisplay(board, runner.total_pairs) as display:
-        runner.on_update = display.update
-        status = runner.run()
+    try:
+        with ProgressDisplay(board, runner.total_pairs) as display:
+            runner.on_update = display.update
+            status = runner.run()
+    except KeyboardInterrupt:
+        console.print(
+            f"interrupted: experiment {experiment_id} keeps what it recorded; "
+            f"`llpf resume {experiment_id}` finishes it"
+        )
+        raise
     console.print(f"experiment {experiment_id}: {status}")
     return status
 
 
-def run_existing(experiment_id: int, db_url: str, address: str | None, console: Console) -> None:
-    """The Ray job entrypoint: join the cluster (or start one) and run the driver."""
+def run_existing(
+    experiment_id: int,
+    db_url: str,
+    address: str | None,
+    console: Console,
+    resources: dict[str, Any] | None = None,
+) -> str:
+    """The Ray job entrypoint: join the cluster (or start one) and run the driver.
+
+    `resources` overrides the stored resources (they are not part of an experiment's identity).
+    """
     store = open_store(db_url)
     status = experiment_status(store, experiment_id)
     if status == "succeeded":
         console.print(f"experiment {experiment_id} already succeeded; nothing to run")
-        return
+        return status
     with store.session() as session:
         config = ResolvedConfig.model_validate(session.get(Experiment, experiment_id).config)
+    if resources:
+        merged = {**config.resources.model_dump(), **resources}
+        config = config.model_copy(update={"resources": ResourceSettings.model_validate(merged)})
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
-        resources = check_resources(config)
     else:
-        resources = start_local_ray(config)
+        start_local_ray()
     try:
-        run_driver(store, experiment_id, console, resources)
+        return run_driver(store, experiment_id, console, check_resources(config))
     finally:
         ray.shutdown()
 
 
-def resume(experiment_id: int, db_url: str, address: str | None, console: Console) -> None:
+def resume(
+    experiment_id: int,
+    db_url: str,
+    address: str | None,
+    console: Console,
+    resources: dict[str, Any] | None = None,
+) -> str:
     """Finish an experiment whose driver stopped: locally, or as a new Ray job."""
     store = open_store(db_url)
     status = experiment_status(store, experiment_id)
     if status == "succeeded":
         console.print(f"experiment {experiment_id} already succeeded; nothing to resume")
-        return
+        return status
     if address:
         submit_job(store, experiment_id, db_url, address, console)
-        return
-    run_existing(experiment_id, db_url, None, console)
+        return "submitted"
+    status = run_existing(experiment_id, db_url, None, console, resources)
     reports.show_results(db_url, experiment_id, "table", console)
+    return status
 
 
 def submit_job(
@@ -210,7 +259,8 @@ def submit_job(
     client = job_client(address)
     # The database URL (which may hold a password) travels as an environment variable of the
     # job, which `llpf run` reads as LLPF_DB_URL, rather than on its command line.
-    job_id = client.submit_job(
+    job_id = _with_retries(
+        client.submit_job,
         entrypoint=f"llpf run {experiment_id} --address auto",
         runtime_env={"env_vars": {"LLPF_DB_URL": db_url}},
         submission_id=f"llpf-{experiment_id}-{uuid.uuid4().hex[:8]}",
@@ -224,11 +274,31 @@ def submit_job(
     console.print(f"experiment {experiment_id} submitted as Ray job {job_id}")
 
 
+def _dashboard_not_ready(error: BaseException) -> bool:
+    text = str(error)
+    return (
+        isinstance(error, ConnectionError)
+        or "try again later" in text
+        or ("Failed to connect" in text)
+    )
+
+
+@retry(
+    retry=retry_if_exception(_dashboard_not_ready),
+    stop=stop_after_delay(90),
+    wait=wait_exponential(multiplier=1, max=10),
+    reraise=True,
+)
+def _with_retries(call: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call the Jobs API, retrying while the head's dashboard or job agent is still starting."""
+    return call(*args, **kwargs)
+
+
 def job_client(address: str) -> Any:
     """A Ray Jobs API client for `address` (see `orchestrator.cli.use_ray_token_if_present`)."""
     from ray.job_submission import JobSubmissionClient
 
-    return JobSubmissionClient(address)
+    return _with_retries(JobSubmissionClient, address)
 
 
 def cancel(experiment_id: int, db_url: str, address: str | None, console: Console) -> None:

@@ -122,7 +122,14 @@ def train_mode_stage(context: PairContext, role: str, seed: int, recipe: Recipe)
     device, data = _prepare(context, seed)
     model = _model(context, device)
     reporter = context.reporter(f"train_{role}")
-    report = train_mode(model, data, recipe, seed, progress=reporter)
+    report = train_mode(
+        model,
+        data,
+        recipe,
+        seed,
+        progress=reporter,
+        norm_recalibration_batches=context.evaluation.norm_recalibration_batches,
+    )
     uri, digest = context.store().save_weights(
         f"{context.prefix}/mode-{role}.safetensors", model.state_dict()
     )

@@ -153,6 +153,7 @@ class PairResult(Base):
     continuity_max_loss: Mapped[float | None] = mapped_column(Float)
     initial_distance: Mapped[float | None] = mapped_column(Float)
     final_distance: Mapped[float | None] = mapped_column(Float)
+    last_iterate_distance: Mapped[float | None] = mapped_column(Float)
     m2o_iterations: Mapped[int | None] = mapped_column(Integer)
     m2m_iterations: Mapped[int | None] = mapped_column(Integer)
     path_points: Mapped[int | None] = mapped_column(Integer)

@@ -109,8 +109,38 @@ def test_a_recipe_can_be_a_yaml_file(tmp_path):
 def test_fdf_overrides_reshape_a_derived_schedule():
     config = resolve(
         ExperimentConfig(
-            arch="regnet_x_200mf", fdf={"iterations_per_phase": 3, "final_iterations": 7}
+            arch="regnet_x_200mf",
+            data_dir=".",
+            fdf={"iterations_per_phase": 3, "final_iterations": 7},
         )
     )
     assert [p.iterations for p in config.phases][-2:] == [3, 7]
     assert config.phases[-1].name.endswith("all layers")
+
+
+def test_a_dataset_read_from_disk_needs_an_existing_directory(tmp_path):
+    db = f"sqlite:///{tmp_path}/x.db"
+    missing = CliRunner().invoke(app, ["submit", "--arch", "resnet18", "--db", db])
+    assert missing.exit_code == 2
+    assert "data_dir: dataset 'cifar10' is read from disk" in missing.output
+    wrong = CliRunner().invoke(
+        app, ["submit", "--arch", "resnet18", "--data-dir", str(tmp_path / "nope"), "--db", db]
+    )
+    assert wrong.exit_code == 2 and "is not a directory" in wrong.output
+    assert not (tmp_path / "x.db").exists() or "experiments" not in wrong.output
+
+
+def test_a_recipe_mapping_overrides_only_the_fields_it_names():
+    config = resolve(
+        load_config(None, {"arch": "resnet18", "data_dir": ".", "recipe_a": {"epochs": 2}})
+    )
+    assert config.recipe_a.epochs == 2
+    assert config.recipe_a.weight_decay == 5e-4 and config.recipe_a.schedule.kind == "onecycle"
+    assert config.recipe_a.name == "resnet18-cifar10 (modified)"
+
+
+def test_section_errors_name_their_section():
+    with pytest.raises(ConfigError, match=r"^m2m\.lrr: Extra inputs are not permitted$"):
+        resolve(load_config(None, {"m2m": {"lrr": 0.1}}))
+    with pytest.raises(ConfigError, match=r"^m2o\.lr: Input should be greater than 0$"):
+        resolve(load_config(None, {"m2o": {"lr": -1}}))

@@ -151,7 +151,7 @@ def test_submitting_the_same_configuration_twice_creates_one_experiment(tmp_path
 
 def test_a_nan_in_one_pair_fails_that_pair_only(tmp_path):
     result, db = _submit(tmp_path, fault_injection={"nan_pairs": [1]})
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # scripts can tell that pairs failed
     store = Store(db)
     with store.session() as session:
         pairs = {p.index: p for p in session.scalars(select(Pair))}
