@@ -113,6 +113,7 @@ def test_submit_runs_every_stage_and_records_it(tmp_path):
         assert row["status"] == "succeeded"
         assert (row["seed_a"], row["seed_b"]) == (2 * row["pair"], 2 * row["pair"] + 1)
         assert row["final_distance"] == 0.0
+        assert 0 < row["last_iterate_distance"] < row["initial_distance"]
         assert row["m2o_iterations"] == 0 and row["m2m_iterations"] == 12
         assert row["path_max_train_loss"] < row["linear_barrier"]
         assert row["continuity_max_loss"] >= 0 and row["initial_distance"] > 1
