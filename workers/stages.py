@@ -164,7 +164,6 @@ class PathStageResult:
     skipped_reason: str | None
     info: dict[str, Any]
     end_uri: str
-    end_sha256: str | None
     resumed_from: int | None
     device: str
 
@@ -236,7 +235,6 @@ class CheckpointingSink:
 def _path_result(
     outcome: StageOutcome,
     start_role: str,
-    sink: CheckpointingSink,
     resumed_from: int | None,
     device: torch.device,
 ) -> PathStageResult:
@@ -251,7 +249,6 @@ def _path_result(
         skipped_reason=outcome.skipped_reason,
         info=outcome.info,
         end_uri=end.weights_uri or "",
-        end_sha256=None,
         resumed_from=resumed_from,
         device=str(device),
     )
@@ -279,7 +276,6 @@ def m2o_stage(
             skipped_reason=plan.reason,
             info={"relative_gap": plan.relative_gap},
             end_uri=mode_a_uri,
-            end_sha256=None,
             resumed_from=None,
             device=str(device),
         )
@@ -293,7 +289,7 @@ def m2o_stage(
     outcome.info.update(relative_gap=plan.relative_gap, reason=plan.reason)
     sink.clear_checkpoints()
     resumed = int(resume["iteration"]) if resume else None
-    return _path_result(outcome, plan.start, sink, resumed, device)
+    return _path_result(outcome, plan.start, resumed, device)
 
 
 @worker_boundary
@@ -332,7 +328,7 @@ def m2m_stage(
     )
     sink.clear_checkpoints()
     resumed = int(resume["iteration"]) if resume else None
-    return _path_result(outcome, start_role, sink, resumed, device)
+    return _path_result(outcome, start_role, resumed, device)
 
 
 @dataclass(frozen=True)
