@@ -16,13 +16,12 @@ it as the custom architecture `llpf_core.models.mobilenet:mobilenet_v2_torchvisi
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from llpf_core.models.init import he_fan_out_init
 from llpf_core.models.registry import ArchSpec, register
 
 # (expansion t, output channels c, blocks n, stride s of the first block); the ImageNet network
@@ -85,17 +84,7 @@ class MobileNetV2(nn.Module):
         self.conv1 = nn.Conv2d(channels, 1280, kernel_size=1, bias=False)
         self.bn1 = nn.BatchNorm2d(1280)
         self.fc = nn.Linear(1280, num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # He initialisation over the output fan, as in the reference; Linear keeps PyTorch's.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
-                nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        he_fan_out_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu6(self.bn0(self.conv0(x)))

@@ -21,13 +21,12 @@ custom architecture `llpf_core.models.shufflenet:shufflenet_v2_x1_0`.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from llpf_core.models.init import he_fan_out_init
 from llpf_core.models.registry import ArchSpec, register
 
 # Output channels of the first strided stage for each group count (ShuffleNet paper, Table 1).
@@ -110,7 +109,7 @@ class ShuffleNet(nn.Module):
         self.stage3 = self._stage(stage2, 2 * stage2, 7, groups)
         self.stage4 = self._stage(2 * stage2, 4 * stage2, 3, groups)
         self.fc = nn.Linear(4 * stage2, num_classes)
-        self._init_weights()
+        he_fan_out_init(self)
 
     @staticmethod
     def _stage(
@@ -126,16 +125,6 @@ class ShuffleNet(nn.Module):
         )
         rest = [ShuffleUnit(out_channels, out_channels, groups) for _ in range(repeats)]
         return nn.Sequential(first, *rest)
-
-    def _init_weights(self) -> None:
-        # He initialisation over the output fan, as in the reference; Linear keeps PyTorch's.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
-                nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
