@@ -40,14 +40,6 @@ def evaluate(
     return Metrics(loss=float(total_loss) / count, accuracy=float(correct) / count)
 
 
-def has_norm_statistics(model: nn.Module) -> bool:
-    """Whether the model keeps running statistics (BatchNorm and friends) that evaluation uses."""
-    return any(
-        isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
-        for m in model.modules()
-    )
-
-
 @torch.no_grad()
 def recalibrate_norm_statistics(
     model: nn.Module, data: ImageData, batches: int, batch_size: int = 256

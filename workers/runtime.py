@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import random
 from dataclasses import dataclass
 
@@ -47,9 +46,7 @@ def choose_device(placement: Placement) -> torch.device:
 
 def set_threads(placement: Placement) -> None:
     """Match torch's intra-op threads to the CPUs Ray reserved for the stage."""
-    threads = max(int(placement.num_cpus), 1)
-    torch.set_num_threads(threads)
-    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(max(int(placement.num_cpus), 1))
 
 
 def seed_everything(seed: int) -> None:
